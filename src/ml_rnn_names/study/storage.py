@@ -1,0 +1,230 @@
+"""Opening the study storage: SQLite by default, any SQLAlchemy URL Optuna accepts otherwise.
+
+SQLite with several writers is where "database is locked" comes from (Optuna's FAQ warns about it;
+optuna-dashboard#545 is the same thing with a dashboard reading). We avoid it at the source:
+
+* the file is switched to WAL once, so readers (the dashboard, ``status``) never block writers;
+* every transaction starts with ``BEGIN IMMEDIATE``: writers queue on SQLite's busy timeout instead
+  of failing when a read transaction tries to upgrade to a write (``SQLITE_BUSY`` without waiting);
+* a generous busy timeout, and a bounded retry around our own storage calls for what remains.
+
+Passwords never reach logs or messages: every URL we print goes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import optuna
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from ml_rnn_names.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+STORAGE_ENV = "ML_RNN_NAMES_STORAGE"
+SQLITE_BUSY_TIMEOUT_S = 120
+T = TypeVar("T")
+
+
+def resolve_storage_url(config_url: str, override: str | None = None) -> str:
+    """``--storage`` beats ``$ML_RNN_NAMES_STORAGE`` beats the campaign file (SQLite beside it)."""
+    return override or os.environ.get(STORAGE_ENV) or config_url
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy understands: hide everything between ':' and '@'
+        return url.split("@", 1)[-1] if "@" in url else url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def redact_text(text: str, url: str) -> str:
+    """Remove ``url``'s password from an arbitrary message (driver errors sometimes echo it)."""
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (``None`` for other backends and in-memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Fail before the first write, with a message saying what is wrong and that nothing was touched."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StorageError(
+                f"{path}: the study database is not writable (permissions); fix them or use --storage"
+            )
+        with path.open("rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise StorageError(
+                f"{path}: file is not a database (corrupt or another format); it was left untouched. "
+                "Move it aside to start afresh, or point --storage at the right file"
+            )
+    if not os.access(folder, os.W_OK):
+        raise StorageError(
+            f"{folder}: folder is not writable, and SQLite needs to create its journal files there; "
+            "fix the permissions or use --storage"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{path}: {exc}; the file was left untouched") from None
+    if mode.lower() != "wal":
+        log.warning("%s: could not switch to WAL (journal_mode=%s); concurrent readers may block", path, mode)
+
+
+def _immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: sqlalchemy.engine.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_storage(
+    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None
+) -> optuna.storages.RDBStorage:
+    """An :class:`optuna.storages.RDBStorage` for ``url``, tuned for concurrent workers.
+
+    Raises :class:`StorageError` with a clear message (password hidden) when it cannot be opened.
+    """
+    engine_kwargs: dict[str, object] = {}
+    path = sqlite_path(url)
+    if path is not None:
+        _check_sqlite_file(path)
+        # isolation_level=None hands transaction control to SQLAlchemy's "begin" event (BEGIN IMMEDIATE)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
+    elif url.startswith(("postgresql", "mysql")):
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    try:
+        storage = with_retries(
+            lambda: optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+            ),
+            what=f"open {redact(url)}",
+            attempts=3,
+        )
+    except StorageError:
+        raise
+    except Exception as exc:  # driver errors: wrong password, unknown host, corrupt file…
+        message = redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0], url)
+        raise StorageError(f"cannot open the study storage {redact(url)}: {message}") from None
+    if path is not None:
+        _immediate_transactions(storage.engine)
+    return storage
+
+
+def _is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) and any(
+        marker in text
+        for marker in (
+            "database is locked",
+            "could not connect",
+            "connection refused",
+            "server closed the connection",
+            "terminating connection",
+            "connection already closed",
+            "connection is closed",
+            "the database system is",
+            "ssl syscall",
+            "consuming input failed",
+        )
+    )
+
+
+def with_retries(
+    action: Callable[[], T], *, what: str, attempts: int = 6, first_delay: float = 0.5, max_delay: float = 8.0
+) -> T:
+    """Run ``action``, retrying transient storage errors with bounded exponential backoff.
+
+    After ``attempts`` tries the error is raised as :class:`StorageError` ("fail loudly").
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if not _is_transient(exc):
+                raise
+            if attempt == attempts:
+                raise StorageError(
+                    f"{what}: the storage kept failing after {attempts} attempts: {str(exc).splitlines()[0]}"
+                ) from None
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs",
+                what,
+                str(exc).splitlines()[0],
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def campaign_lock(url: str, name: str) -> Iterator[None]:
+    """Serialise study creation and slot bookkeeping between processes of one campaign.
+
+    SQLite: an ``flock`` on a file beside the database. PostgreSQL: a session advisory lock.
+    Elsewhere nothing (claiming stays safe; see ``runner``), so this only prevents needless work.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        lock_path = path.with_name(path.name + ".lock")
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if url.startswith("postgresql"):
+        key = int.from_bytes(hashlib.sha256(f"ml_rnn_names/{name}".encode()).digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+        return
+    yield
