@@ -219,6 +219,12 @@ def summarize(raw: RawNames, parts: dict[str, list[tuple[str, int]]], removed_by
     for name, label in raw.pairs:
         labels_of[name].add(label)
     multi = sorted(name for name, owners in labels_of.items() if len(owners) > 1)
+    # The overall top 10 is all Arabic on the tutorial data; per label, scraping junk such as
+    # Russian's 'To The First Page' (×24 after folding) shows up too.
+    repeated_per_label: dict[str, list[list[Any]]] = defaultdict(list)
+    for name, label_name, count in repeated:
+        if len(repeated_per_label[label_name]) < 3:
+            repeated_per_label[label_name].append([name, count])
     train_names = {name for name, _ in parts["train"]}
     train_pairs = set(parts["train"])
     per_class = Counter(label for _, label in raw.pairs)
@@ -234,6 +240,7 @@ def summarize(raw: RawNames, parts: dict[str, list[tuple[str, int]]], removed_by
         "duplicate_lines_within_class": sum(count - 1 for _, _, count in repeated),
         "distinct_duplicated_names": len(repeated),
         "most_repeated": [list(row) for row in repeated[:10]],
+        "most_repeated_per_label": {lab: rows for lab in labels if (rows := repeated_per_label.get(lab))},
         "names_under_several_labels": len(multi),
         "examples_under_several_labels": [
             [name, sorted(labels[i] for i in labels_of[name])] for name in multi[:10]

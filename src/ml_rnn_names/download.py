@@ -100,7 +100,13 @@ def ensure_downloaded(url: str | None = None, target_root: Path | None = None) -
                     raise DataError(f"{url}: the archive has no {member}") from None
                 (staging / name).write_bytes(data)
         verify_folder(staging, checksums)
-        staging.rename(folder)  # atomic: a half-extracted folder is never seen as the cache
+        try:
+            staging.rename(folder)  # atomic: a half-extracted folder is never seen as the cache
+        except OSError:
+            if not folder.is_dir():
+                raise
+            # Another process (a second study worker) finished the same download first: use its copy.
+            verify_folder(folder, checksums)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
