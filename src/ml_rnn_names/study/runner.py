@@ -103,15 +103,39 @@ def _brief(param: dict[str, Any] | None) -> str:
     return f"{param['kind']} [{param['low']}, {param['high']}]" + (" log" if param.get("log") else "")
 
 
+@dataclass(frozen=True)
+class SlotPlan:
+    """What every slot of one study is: its params, its training seed and extra trial attributes.
+
+    The search's plan draws params per slot (:func:`search_plan`); finalize's plan gives every slot the
+    best trial's params and one finalize seed. Both run through the same claim / heartbeat / resume code.
+    """
+
+    n_slots: int
+    params: Callable[[int], dict[str, Any]]
+    seed: Callable[[int], int]
+    attrs: Callable[[int], dict[str, Any]] = lambda slot: {}
+
+
+def search_plan(config: CampaignConfig, model: str) -> SlotPlan:
+    space = config.model(model).params
+    return SlotPlan(
+        n_slots=config.n_trials,
+        params=lambda slot: slot_params(space, config.sampler_seed, slot),
+        seed=lambda slot: config.base_seed + slot,
+    )
+
+
 @dataclass
 class CampaignStudies:
-    """The open studies of one campaign, in model order."""
+    """The open studies of one campaign (by model name, in model order) and their slot plans."""
 
     config: CampaignConfig
     storage: optuna.storages.BaseStorage
     url: str
     studies: dict[str, optuna.Study]
     fingerprint: str
+    plans: dict[str, SlotPlan] = field(default_factory=dict)
 
 
 def open_studies(
@@ -127,7 +151,8 @@ def open_studies(
     with _locked(config, url):
         for model in config.model_names:
             studies[model] = _open_study(config, storage, model, fingerprint, create=create)
-        opened = CampaignStudies(config, storage, url, studies, fingerprint)
+        plans = {model: search_plan(config, model) for model in config.model_names}
+        opened = CampaignStudies(config, storage, url, studies, fingerprint, plans)
         if create:
             for model in config.model_names:
                 sweep(opened, model)
@@ -216,16 +241,20 @@ def _trials(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -
 
 def sweep(opened: CampaignStudies, model: str) -> int:
     """Fail stale trials and enqueue a WAITING trial for every slot that needs one; returns how many."""
-    config = opened.config
     study = opened.studies[model]
+    plan = opened.plans[model]
     with_retries(lambda: optuna.storages.fail_stale_trials(study), what="fail stale trials")
-    space = config.model(model).params
     added = 0
-    for view in slot_mod.slot_views(_trials(study), config.n_trials):
+    for view in slot_mod.slot_views(_trials(study), plan.n_slots):
         if view.state != "missing":
             continue
-        params = slot_params(space, config.sampler_seed, view.slot)
-        attrs = {"slot": view.slot, "seed": config.base_seed + view.slot, "attempt": view.next_attempt}
+        params = plan.params(view.slot)
+        attrs = {
+            "slot": view.slot,
+            "seed": plan.seed(view.slot),
+            "attempt": view.next_attempt,
+            **plan.attrs(view.slot),
+        }
         with_retries(lambda p=params, a=attrs: study.enqueue_trial(p, user_attrs=a), what="enqueue trial")
         added += 1
     if added:
@@ -334,31 +363,37 @@ class TrialResult:
     reason: str = ""
 
 
-def execute_claim(
-    opened: CampaignStudies,
-    claim: Claim,
-    splits: Splits,
-    *,
-    device: str,
-    progress: EpochProgress | None = None,
-) -> TrialResult:
+#: ``objective(trial, claim) -> value`` for a claimed trial.
+ClaimObjective = Callable[[optuna.Trial, Claim], float]
+
+
+def search_objective(
+    config: CampaignConfig, splits: Splits, progress: EpochProgress | None = None
+) -> ClaimObjective:
+    def objective(trial: optuna.Trial, claim: Claim) -> float:
+        return run_trial(
+            trial,
+            model_name=claim.model,
+            space=config.model(claim.model).params,
+            train_set=splits.train,
+            val_set=splits.val,
+            seed=claim.seed,
+            device=config.device,
+            prune=config.pruner != "none",
+            progress=progress,
+        )
+
+    return objective
+
+
+def execute_claim(opened: CampaignStudies, claim: Claim, objective: ClaimObjective) -> TrialResult:
     """Run a claimed trial to COMPLETE, PRUNED or FAIL (with ``fail_kind`` and ``fail_reason``)."""
     config = opened.config
     trial = optuna.Trial(claim.study, claim.trial_id)
     result = TrialResult(claim.model, claim.slot, claim.number, "RUNNING")
     with _Heartbeat(opened.storage, claim.trial_id, config.heartbeat_interval):
         try:
-            value = run_trial(
-                trial,
-                model_name=claim.model,
-                space=config.model(claim.model).params,
-                train_set=splits.train,
-                val_set=splits.val,
-                seed=claim.seed,
-                device=device,
-                prune=config.pruner != "none",
-                progress=progress,
-            )
+            value = objective(trial, claim)
         except optuna.TrialPruned as exc:
             with_retries(lambda: claim.study.tell(trial, state=TrialState.PRUNED), what="tell pruned")
             result.state, result.reason = "PRUNED", str(exc)
@@ -421,16 +456,35 @@ def work(
     splits: Splits | None = None,
     max_trials: int | None = None,
 ) -> WorkerReport:
-    """One worker: claim and run trials until every slot of every study is settled."""
+    """One search worker: claim and run trials until every slot of every study is settled."""
     set_threads(threads)
     splits = splits or load_search_data(config)
     opened = open_studies(config, url, splits.fingerprint)
+    return work_loop(
+        opened,
+        search_objective(config, splits, progress),
+        on_trial_start=on_trial_start,
+        on_trial_end=on_trial_end,
+        max_trials=max_trials,
+    )
+
+
+def work_loop(
+    opened: CampaignStudies,
+    objective: ClaimObjective,
+    *,
+    on_trial_start: Callable[[Claim], None] | None = None,
+    on_trial_end: Callable[[TrialResult], None] | None = None,
+    max_trials: int | None = None,
+) -> WorkerReport:
+    """Claim and run trials of ``opened``'s studies until every slot is settled (search and finalize)."""
+    config, url = opened.config, opened.url
     report = WorkerReport()
     while max_trials is None or len(report.results) < max_trials:
         claim = claim_next(opened)
         if claim is None:
             with _locked(config, url):
-                added = sum(sweep(opened, model) for model in config.model_names)
+                added = sum(sweep(opened, model) for model in opened.studies)
             if added:
                 continue
             if campaign_has_running(opened):
@@ -440,7 +494,7 @@ def work(
         if on_trial_start:
             on_trial_start(claim)
         try:
-            result = execute_claim(opened, claim, splits, device=config.device, progress=progress)
+            result = execute_claim(opened, claim, objective)
         except (Interrupted, KeyboardInterrupt):
             with contextlib.suppress(Exception), _locked(config, url):
                 sweep(opened, claim.model)  # puts the interrupted slot back in the queue at once
@@ -475,7 +529,7 @@ def threads_for(config: CampaignConfig, workers: int) -> int:
 
 def remaining_slots(opened: CampaignStudies) -> dict[str, int]:
     return {
-        model: sum(not v.settled for v in slot_mod.slot_views(_trials(study), opened.config.n_trials))
+        model: sum(not v.settled for v in slot_mod.slot_views(_trials(study), opened.plans[model].n_slots))
         for model, study in opened.studies.items()
     }
 
