@@ -130,9 +130,13 @@ class Campaign:
             False, time.perf_counter() - started, workers, threads, before, self.status(), exit_codes=codes
         )
 
-    def _run_processes(self, workers: int) -> list[int]:
+    def _run_processes(
+        self, workers: int, target: Any = None, kwargs: dict[str, Any] | None = None
+    ) -> list[int]:
         level = logging.getLogger().getEffectiveLevel()
-        processes = runner.spawn_workers(self.config, self.storage_url, workers, log_level=level)
+        processes = runner.spawn_workers(
+            self.config, self.storage_url, workers, log_level=level, target=target, kwargs=kwargs
+        )
 
         def forward(signum: int, frame: object) -> None:
             for process in processes:

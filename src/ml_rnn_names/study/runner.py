@@ -115,6 +115,10 @@ class SlotPlan:
     params: Callable[[int], dict[str, Any]]
     seed: Callable[[int], int]
     attrs: Callable[[int], dict[str, Any]] = lambda slot: {}
+    first_slot: int = 0  # slots below are history (earlier finalize rounds): never re-run
+
+    def views(self, trials: list[FrozenTrial]) -> list[slot_mod.SlotView]:
+        return slot_mod.slot_views(trials, self.n_slots)[self.first_slot :]
 
 
 def search_plan(config: CampaignConfig, model: str) -> SlotPlan:
@@ -245,7 +249,7 @@ def sweep(opened: CampaignStudies, model: str) -> int:
     plan = opened.plans[model]
     with_retries(lambda: optuna.storages.fail_stale_trials(study), what="fail stale trials")
     added = 0
-    for view in slot_mod.slot_views(_trials(study), plan.n_slots):
+    for view in plan.views(_trials(study)):
         if view.state != "missing":
             continue
         params = plan.params(view.slot)
@@ -510,12 +514,14 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def worker_process_main(config: CampaignConfig, url: str, threads: int, index: int, log_level: int) -> None:
-    """Entry point of a spawned worker process."""
+def worker_process_main(
+    target: Callable[..., Any], kwargs: dict[str, Any], index: int, log_level: int
+) -> None:
+    """Entry point of a spawned worker process: ``target(**kwargs)`` (:func:`work`, or finalize's)."""
     logging.basicConfig(level=log_level, format=f"%(asctime)s worker{index} %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        work(config, url, threads=threads)
+        target(**kwargs)
     except (Interrupted, KeyboardInterrupt):
         raise SystemExit(130) from None
     except MlRnnNamesError as exc:
@@ -529,19 +535,28 @@ def threads_for(config: CampaignConfig, workers: int) -> int:
 
 def remaining_slots(opened: CampaignStudies) -> dict[str, int]:
     return {
-        model: sum(not v.settled for v in slot_mod.slot_views(_trials(study), opened.plans[model].n_slots))
+        model: sum(not v.settled for v in opened.plans[model].views(_trials(study)))
         for model, study in opened.studies.items()
     }
 
 
-def spawn_workers(config: CampaignConfig, url: str, workers: int, *, log_level: int) -> list[Any]:
-    """Start ``workers`` worker processes (spawned: no inherited torch threads or DB connections)."""
+def spawn_workers(
+    config: CampaignConfig,
+    url: str,
+    workers: int,
+    *,
+    log_level: int,
+    target: Callable[..., Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> list[Any]:
+    """Start ``workers`` processes running ``target(config=, url=, threads=, **kwargs)`` (default: the
+    search's :func:`work`). Spawned, not forked: no inherited torch thread pools or DB connections."""
     context = multiprocessing.get_context("spawn")
-    threads = threads_for(config, workers)
+    call = {"config": config, "url": url, "threads": threads_for(config, workers), **(kwargs or {})}
     processes = []
     for index in range(workers):
         process = context.Process(
-            target=worker_process_main, args=(config, url, threads, index, log_level), name=f"worker{index}"
+            target=worker_process_main, args=(target or work, call, index, log_level), name=f"worker{index}"
         )
         process.start()
         processes.append(process)
