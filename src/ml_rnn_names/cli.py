@@ -72,12 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
-    if getattr(args, "quiet", False):
-        level = logging.WARNING if not getattr(args, "verbose", False) else level
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    """Bars by default (library INFO lines would tear them); ``-q``: a log line per trial; ``-v``: debug."""
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
 
 def print_json(data: Any) -> None:
@@ -87,11 +90,7 @@ def print_json(data: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "quiet", False) is False and not getattr(args, "verbose", False):
-        # progress bars carry the news; keep library INFO lines for --verbose and log files
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    else:
-        configure_logging(args)
+    configure_logging(args)
     try:
         return int(args.func(args) or 0)
     except MlRnnNamesError as exc:
