@@ -83,13 +83,6 @@ def _check_sqlite_file(path: Path) -> None:
             raise StorageError(
                 f"{path}: the study database is not writable (permissions); fix them or use --storage"
             )
-        with path.open("rb") as handle:
-            header = handle.read(16)
-        if header and header != b"SQLite format 3\x00":
-            raise StorageError(
-                f"{path}: file is not a database (corrupt or another format); it was left untouched. "
-                "Move it aside to start afresh, or point --storage at the right file"
-            )
     if not os.access(folder, os.W_OK):
         raise StorageError(
             f"{folder}: folder is not writable, and SQLite needs to create its journal files there; "
@@ -100,7 +93,16 @@ def _check_sqlite_file(path: Path) -> None:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA user_version").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise StorageError(f"{path}: {exc}; the file was left untouched") from None
+        # Never read the file ourselves to sniff its header: opening and closing any descriptor of a
+        # database file drops every POSIX lock this process's SQLite connections hold on it, which
+        # lets another process write underneath them ("database disk image is malformed").
+        hint = (
+            " (corrupt, or not an SQLite file); it was left untouched. Move it aside to start afresh, "
+            "or point --storage at the right file"
+            if "not a database" in str(exc) or "malformed" in str(exc)
+            else "; the file was left untouched"
+        )
+        raise StorageError(f"{path}: {exc}{hint}") from None
     if mode.lower() != "wal":
         log.warning("%s: could not switch to WAL (journal_mode=%s); concurrent readers may block", path, mode)
 
