@@ -41,7 +41,14 @@ from ml_rnn_names.study import slots as slot_mod
 from ml_rnn_names.study.config import CampaignConfig
 from ml_rnn_names.study.objective import EpochProgress, run_trial
 from ml_rnn_names.study.space import slot_params
-from ml_rnn_names.study.storage import campaign_lock, open_storage, redact, redact_text, with_retries
+from ml_rnn_names.study.storage import (
+    campaign_lock,
+    is_transient,
+    open_storage,
+    redact,
+    redact_text,
+    with_retries,
+)
 from ml_rnn_names.utils import available_cpus, set_threads
 
 log = logging.getLogger(__name__)
@@ -182,6 +189,13 @@ def _locked(config: CampaignConfig, url: str) -> Iterator[None]:
         raise
 
 
+def _stored_config(config: CampaignConfig) -> dict[str, Any]:
+    """The resolved config as stored on a study, which anyone with the dashboard can read: no password."""
+    resolved = config.resolved()
+    resolved["campaign"]["storage"] = redact(resolved["campaign"]["storage"])
+    return resolved
+
+
 def _open_study(
     config: CampaignConfig,
     storage: optuna.storages.BaseStorage,
@@ -219,7 +233,7 @@ def _open_study(
                 "model": model,
                 "identity": wanted,
                 "config_hash": config.config_hash(),
-                "config": config.resolved(),
+                "config": _stored_config(config),
                 "versions": versions(),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
@@ -418,6 +432,12 @@ def execute_claim(opened: CampaignStudies, claim: Claim, objective: ClaimObjecti
                 _finish_failed(opened, claim, slot_mod.FAIL_STORAGE, str(exc))
             raise
         except Exception as exc:
+            if is_transient(exc):  # the database went away mid-trial (restart, failover): re-run the slot
+                reason = f"storage: {str(exc.__cause__ or exc).splitlines()[0]}"
+                _finish_failed(opened, claim, slot_mod.FAIL_STORAGE, redact_text(reason, opened.url))
+                log.warning("%s slot %d: storage lost mid-trial; the slot re-runs", claim.model, claim.slot)
+                result.state, result.reason = "FAIL", reason
+                return result
             reason = f"{type(exc).__name__}: {exc}"
             _finish_failed(opened, claim, slot_mod.FAIL_ERROR, reason)
             log.exception("%s slot %d failed", claim.model, claim.slot)

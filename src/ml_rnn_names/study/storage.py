@@ -128,17 +128,21 @@ def open_storage(
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None}}
     elif url.startswith(("postgresql", "mysql")):
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    try:
-        storage = with_retries(
-            lambda: optuna.storages.RDBStorage(
+
+    def create() -> optuna.storages.RDBStorage:
+        # RDBStorage creates missing tables on open; on PostgreSQL, processes doing that at once on a
+        # fresh database collide ("duplicate key … pg_type_typname_nsp_index"), so serialise it.
+        lock = campaign_lock(url, "<schema>") if url.startswith("postgresql") else contextlib.nullcontext()
+        with lock:
+            return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
-            ),
-            what=f"open {redact(url)}",
-            attempts=3,
-        )
+            )
+
+    try:
+        storage = with_retries(create, what=f"open {redact(url)}", attempts=3)
     except StorageError:
         raise
     except Exception as exc:  # driver errors: wrong password, unknown host, corrupt file…
@@ -149,7 +153,24 @@ def open_storage(
     return storage
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that retrying can fix: a locked SQLite file, a lost or refused connection."""
+    return _transient_cause(exc) is not None
+
+
+def _transient_cause(exc: BaseException) -> BaseException | None:
+    """The transient driver error in ``exc``'s chain: Optuna wraps them in StorageInternalError."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if _is_transient_driver_error(seen):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _is_transient_driver_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) and any(
         marker in text
@@ -180,16 +201,18 @@ def with_retries(
         try:
             return action()
         except Exception as exc:
-            if not _is_transient(exc):
+            cause = _transient_cause(exc)
+            if cause is None:
                 raise
             if attempt == attempts:
+                first_line = str(cause).splitlines()[0]
                 raise StorageError(
-                    f"{what}: the storage kept failing after {attempts} attempts: {str(exc).splitlines()[0]}"
+                    f"{what}: the storage kept failing after {attempts} attempts: {first_line}"
                 ) from None
             log.warning(
                 "%s failed (%s); retry %d/%d in %.1fs",
                 what,
-                str(exc).splitlines()[0],
+                str(cause).splitlines()[0],
                 attempt,
                 attempts - 1,
                 delay,
@@ -218,14 +241,31 @@ def campaign_lock(url: str, name: str) -> Iterator[None]:
         return
     if url.startswith("postgresql"):
         key = int.from_bytes(hashlib.sha256(f"ml_rnn_names/{name}".encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.connect() as conn:
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 10}
+        )
+
+        def acquire() -> sqlalchemy.engine.Connection:
+            conn = engine.connect()
+            try:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+            return conn
+
+        try:
+            conn = with_retries(acquire, what=f"take the lock of {name}", attempts=4)
+            try:
+                yield
+            finally:
                 try:
-                    yield
-                finally:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                except Exception as exc:  # the connection is gone, and the server dropped its locks
+                    log.warning("releasing the lock of %s: %s", name, str(exc).splitlines()[0])
+                with contextlib.suppress(Exception):
+                    conn.close()
         finally:
             engine.dispose()
         return
