@@ -398,7 +398,7 @@ def parse_campaign(raw: dict[str, Any], source: Path) -> CampaignConfig:
                 f"{unused} are not params of {model_name}",
                 f"it takes {sorted(needed)}",
             )
-        _check_param_values(where, model_name, params)
+        _check_param_values(where, model_name, params, own=set(own))
         models.append(ModelConfig(model_name, tuple(params[k] for k in sorted(params))))
 
     fin = tables["finalize"]
@@ -456,28 +456,35 @@ def parse_campaign(raw: dict[str, Any], source: Path) -> CampaignConfig:
     )
 
 
-def _check_param_values(where: _Where, model: str, params: dict[str, ParamSpec]) -> None:
-    """Integer params must only ever take positive integers; the learning rate must be positive."""
+def _check_param_values(where: _Where, model: str, params: dict[str, ParamSpec], *, own: set[str]) -> None:
+    """Integer params must only ever take positive integers; the learning rate must be positive.
+
+    ``own`` are the params declared in ``[models.<model>.search]``: errors name the key where they are.
+    """
+
+    def key(name: str) -> str:
+        return f"models.{model}.search.{name}" if name in own else f"search.{name}"
+
     for name in ("n_batch_size", "n_epoch", "hidden_size", "num_layers"):
         spec = params.get(name)
         if spec is None:
             continue
         values = spec.choices if spec.kind == "categorical" else (spec.value,) if spec.kind == "fixed" else ()
         if spec.kind == "float":
-            raise where.error(
-                f"search.{name}", "must be an integer range or choices", "e.g. { choices = [1, 2] }"
-            )
+            raise where.error(key(name), "must be an integer range or choices", "e.g. { choices = [1, 2] }")
         bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
         if spec.kind == "int" and spec.low is not None and spec.low < 1:
             bad.append(spec.low)
         if bad:
-            raise where.error(f"search.{name}", f"values must be positive integers, got {bad}")
+            raise where.error(key(name), f"values must be positive integers, got {bad}")
     lr = params.get("learning_rate")
     if lr is not None:
         values = lr.choices if lr.kind == "categorical" else (lr.value,) if lr.kind == "fixed" else (lr.low,)
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0]
+        bad = [
+            v for v in values if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf
+        ]
         if bad:
-            raise where.error("search.learning_rate", f"must be positive numbers, got {bad}")
+            raise where.error(key("learning_rate"), f"must be positive finite numbers, got {bad}")
 
 
 def _resolve_sqlite_path(url: str, base: Path) -> str:
