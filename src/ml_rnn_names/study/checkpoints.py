@@ -66,14 +66,34 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
-    except Exception as exc:  # UnpicklingError for disallowed globals, RuntimeError for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load (weights_only=True): {first}") from None
+    except Exception as exc:  # UnpicklingError: disallowed globals; RuntimeError/EOFError: corrupt files
+        raise _load_error(path, exc) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ml_rnn_names checkpoint (format {FORMAT!r} expected)")
     if payload.get("alphabet") != all_letters:
         raise CheckpointError(f"{path}: saved with a different alphabet; predictions would be wrong")
     return payload
+
+
+def _load_error(path: str | os.PathLike[str], exc: Exception) -> CheckpointError:
+    """Say whether the file holds code-running objects or is just damaged.
+
+    Torch's own message opens with advice to retry with ``weights_only=False``: exactly the wrong
+    advice for a file that was refused because it would run code, so only its specific line is kept.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refused = [line for line in lines if "GLOBAL" in line or "Unsupported global" in line]
+    if refused:
+        return CheckpointError(
+            f"{path}: refused to load (weights_only=True): it holds objects other than tensors and "
+            f"plain data ({refused[0]}); such a file can run code when unpickled, so do not load it "
+            "with weights_only=False unless you trust where it came from"
+        )
+    detail = next((line for line in lines if "weights_only" not in line), type(exc).__name__).rstrip(".")
+    return CheckpointError(
+        f"{path}: corrupt or not a checkpoint file; torch.load (weights_only=True) failed: {detail}. "
+        "Re-create it with `ml-rnn-names finalize --force`, or restore it from a copy"
+    )
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> CharRecurrentClassifier:

@@ -31,6 +31,7 @@ def load_final_models(campaign: object, model: str) -> tuple[list[torch.nn.Modul
     from ml_rnn_names.study.finalize import final_study_name
 
     config = campaign.config  # type: ignore[attr-defined]
+    config.model(model)  # an unknown model is a ConfigError naming the campaign's models, not "not finalized"
     storage = open_storage(campaign.storage_url)  # type: ignore[attr-defined]
     try:
         study = optuna.load_study(study_name=final_study_name(config, model), storage=storage)
