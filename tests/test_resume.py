@@ -8,6 +8,7 @@ Heartbeats are short (1 s, grace 2 s) so the killed trial is found stale within 
 from __future__ import annotations
 
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+import ml_rnn_names.study.runner as runner_mod
 from ml_rnn_names.study import Campaign
 from ml_rnn_names.study.slots import fail_kind
+from ml_rnn_names.study.space import slot_params
 from study_helpers import (
     TINY_MODELS,
     TINY_SEARCH,
@@ -60,11 +63,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> 
     return Reference(slot_results(sqlite_url(folder / "tiny.db"), "tiny", MODELS, N_TRIALS))
 
 
-def _running(url: str) -> list[tuple[str, Any]]:
+def _running(url: str, models: list[str] = MODELS) -> list[tuple[str, Any]]:
     return [
-        (name.split("/")[1], t)
-        for name in NAMES
-        for t in load_trials(url, name)
+        (model, t)
+        for model in models
+        for t in load_trials(url, f"tiny/{model}")
         if t.state == TrialState.RUNNING
     ]
 
@@ -141,3 +144,48 @@ def test_sigterm_records_the_trial_as_interrupted_then_resume(
     assert redone.user_attrs["seed"] == failed.user_attrs["seed"]
     assert (failed.user_attrs["attempt"], redone.user_attrs["attempt"]) == (1, 2)
     assert Campaign.from_toml(toml).run().nothing_to_do
+
+
+def test_a_worker_dying_right_after_its_claim_costs_only_that_trial(
+    tmp_path: Path, tiny_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The narrowest window: the trial is RUNNING but its worker never trained nor beat in execute_claim.
+    It still carries a heartbeat (recorded before the claim), so the stale check frees its slot; without
+    one it would stay RUNNING forever and every later run would wait for it."""
+
+    class Died(BaseException):
+        pass
+
+    real_try_running = runner_mod._try_running
+
+    def claim_then_die(storage: Any, trial_id: int) -> bool:
+        real_try_running(storage, trial_id)
+        raise Died
+
+    monkeypatch.setattr(runner_mod, "_try_running", claim_then_die)
+    toml = write_campaign(tmp_path, data_dir=tiny_data_dir, n_trials=2, models={"RNN": {}})
+    with pytest.raises(Died):
+        Campaign.from_toml(toml).run()
+    monkeypatch.setattr(runner_mod, "_try_running", real_try_running)
+    url = sqlite_url(tmp_path / "tiny.db")
+    running = _running(url, ["RNN"])
+    assert len(running) == 1
+    dead = running[0][1]
+    assert not dead.intermediate_values
+
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: outcome.update(summary=Campaign.from_toml(toml).run()), daemon=True
+    )
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the resumed run is still waiting for the dead worker's trial"
+    assert "summary" in outcome  # the resumed run returned, it did not raise
+    assert_exact_budget(url, "tiny", ["RNN"], 2, extra={"RNN": 1})
+    failed, redone = _slot_trials(url, "RNN", dead.user_attrs["slot"])
+    assert failed.number == dead.number and fail_kind(failed) == "stale"
+    config = Campaign.from_toml(toml).config
+    assert redone.state == TrialState.COMPLETE
+    slot = failed.user_attrs["slot"]
+    assert redone.params == slot_params(config.model("RNN").params, config.sampler_seed, slot)
+    assert redone.user_attrs["seed"] == dead.user_attrs["seed"]
