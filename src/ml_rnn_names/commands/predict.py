@@ -15,8 +15,15 @@ def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("names", nargs="+", metavar="NAME")
     parser.add_argument("--model", help="which model (default: the campaign's last model, e.g. LSTM)")
-    parser.add_argument("--top", type=int, default=3, help="how many languages to show (default 3)")
+    parser.add_argument("--top", type=_positive, default=3, help="how many languages to show (default 3)")
     parser.set_defaults(func=cmd_predict)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

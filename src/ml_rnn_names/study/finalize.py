@@ -32,7 +32,7 @@ from ml_rnn_names.study.checkpoints import checkpoint_payload, save_checkpoint
 from ml_rnn_names.study.config import CampaignConfig
 from ml_rnn_names.study.objective import train_params
 from ml_rnn_names.study.space import params_from_trial
-from ml_rnn_names.study.storage import with_retries
+from ml_rnn_names.study.storage import open_storage, with_retries
 from ml_rnn_names.training import predict_log_probs
 from ml_rnn_names.utils import set_threads
 
@@ -119,6 +119,8 @@ class FinalPlanSpec:
     source_slot: int
     source_value: float
     params: dict[str, Any]
+    search_complete: int = -1  # COMPLETE search slots when this round was planned
+    allow_incomplete: bool = False
 
 
 def _final_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -137,6 +139,8 @@ def _plan(config: CampaignConfig, spec: FinalPlanSpec) -> runner.SlotPlan:
             "source_trial": spec.source_number,
             "source_slot": spec.source_slot,
             "source_val_loss": spec.source_value,
+            "search_complete_slots": spec.search_complete,
+            "allow_incomplete": spec.allow_incomplete,
         },
         first_slot=spec.round * n,
     )
@@ -150,8 +154,6 @@ def open_final_studies(
     *,
     heartbeat: bool = True,
 ) -> runner.CampaignStudies:
-    from ml_rnn_names.study.storage import open_storage
-
     storage = open_storage(
         url,
         heartbeat_interval=config.heartbeat_interval if heartbeat else None,
@@ -524,6 +526,8 @@ def finalize_campaign(
             int(trial.user_attrs.get("slot", -1)),
             float(trial.value),
             dict(trial.params),
+            search_complete=incomplete.get(model, config.n_trials),
+            allow_incomplete=bool(incomplete),
         )
 
     before = sum(
@@ -565,13 +569,15 @@ def load_finalized(campaign: Campaign) -> FinalizeResult:
     config = campaign.config
     splits = load_final_data(config)
     specs: dict[str, FinalPlanSpec] = {}
-    probe = open_final_studies(
-        config,
-        campaign.storage_url,
-        {m: FinalPlanSpec(m, 0, -1, -1, 0.0, {}) for m in config.model_names},
-        splits.fingerprint,
-        heartbeat=False,
-    ).studies
+    storage = open_storage(campaign.storage_url)
+    probe: dict[str, optuna.Study] = {}
+    for model in config.model_names:
+        try:  # load, never create: reading results must not leave empty finalize studies behind
+            probe[model] = optuna.load_study(study_name=final_study_name(config, model), storage=storage)
+        except KeyError:
+            raise MlRnnNamesError(
+                f"{final_study_name(config, model)} does not exist: run `ml-rnn-names finalize` first"
+            ) from None
     for model, study in probe.items():
         trials = [t for t in _final_trials(study) if t.state == TrialState.COMPLETE]
         if not trials:
@@ -585,12 +591,14 @@ def load_finalized(campaign: Campaign) -> FinalizeResult:
             int(t.user_attrs.get("source_slot", -1)),
             float(t.user_attrs.get("source_val_loss", float("nan"))),
             dict(t.params),
+            search_complete=int(t.user_attrs.get("search_complete_slots", config.n_trials)),
+            allow_incomplete=bool(t.user_attrs.get("allow_incomplete", False)),
         )
     assert splits.test is not None
     truth = splits.test.targets.tolist()
     models, audit = collect_results(config, probe, specs, truth, splits.labels)
-    opened = campaign.open(create=False, heartbeat=False)
-    incomplete = incomplete_studies(config, opened.studies)
+    # what finalize ran with (recorded on its trials), not how complete the search is now
+    incomplete = {m: s.search_complete for m, s in specs.items() if s.search_complete < config.n_trials}
     return FinalizeResult(
         campaign=config.name,
         models=models,
@@ -599,7 +607,7 @@ def load_finalized(campaign: Campaign) -> FinalizeResult:
         labels=splits.labels,
         truth=truth,
         fingerprint=splits.fingerprint,
-        allow_incomplete=bool(incomplete),
+        allow_incomplete=any(s.allow_incomplete for s in specs.values()),
         incomplete=incomplete,
         evaluated_now=0,
         wall_time_s=0.0,

@@ -371,8 +371,7 @@ def _finalize_time_warnings(
 ) -> list[str]:
     """Did finalize run before the search had its budget (``--allow-incomplete``), or on a stale best?
 
-    ``load_finalized`` only knows whether the search is incomplete *now*; the storage's trial times
-    say what it was when finalize started: search trials completed before the round's first start.
+    Finalize records on its trials how many search slots were COMPLETE when the round was planned.
     """
     out = []
     for model, final in result.models.items():
@@ -383,31 +382,12 @@ def _finalize_time_warnings(
                 f"{_num(final.source_val_loss)}), but the best {model} search trial is now "
                 f"{found.best.number} (val loss {_num(found.best.value)}): run `ml-rnn-names finalize` again"
             )
-        study = optuna.load_study(study_name=final_study_name(config, model), storage=storage)
-        starts = [
-            t.datetime_start
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("round") == final.round and t.datetime_start is not None
-        ]
-        if not starts:
-            continue
-        began = min(starts)
-        done_then = sum(
-            1
-            for t in found.trials
-            if t.state == TrialState.COMPLETE
-            and t.datetime_complete is not None
-            and t.datetime_complete <= began
-        )
-        if done_then < config.n_trials:
-            out.append(
-                f"finalize ran with --allow-incomplete: the {model} search had {done_then} of its "
-                f"{config.n_trials} trials COMPLETE when finalize round {final.round} started, so the "
-                "comparison is not at equal budget"
-            )
     if result.incomplete:
-        detail = ", ".join(f"{m} {c}/{config.n_trials}" for m, c in result.incomplete.items())
-        out.append(f"the search is incomplete now ({detail} COMPLETE trials)")
+        detail = ", ".join(f"{m} had {c} of {config.n_trials}" for m, c in result.incomplete.items())
+        out.append(
+            f"finalize ran with --allow-incomplete ({detail} search trials COMPLETE), so the comparison "
+            "is not at equal budget"
+        )
     return out
 
 
