@@ -153,7 +153,9 @@ def read_names_folder(folder: str | os.PathLike[str]) -> RawNames:
                 "on one file system and one on another; merge or rename one"
             )
     if len(files) < 2:
-        raise DataError(f"data folder {folder} has only {files[0].name}: a classifier needs at least 2 labels")
+        raise DataError(
+            f"data folder {folder} has only {files[0].name}: a classifier needs at least 2 labels"
+        )
 
     labels = [path.stem for path in files]
     pairs: list[tuple[str, int]] = []
@@ -207,7 +209,9 @@ def fingerprint_splits(labels: list[str], parts: dict[str, list[tuple[str, int]]
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def summarize(raw: RawNames, parts: dict[str, list[tuple[str, int]]], removed_by_dedupe: int) -> dict[str, Any]:
+def summarize(
+    raw: RawNames, parts: dict[str, list[tuple[str, int]]], removed_by_dedupe: int
+) -> dict[str, Any]:
     """What a careful reader wants to know about the data before trusting a comparison on it."""
     labels = raw.labels
     pair_counts = Counter(raw.pairs)

@@ -78,7 +78,7 @@ def ensure_downloaded(url: str | None = None, target_root: Path | None = None) -
     root.mkdir(parents=True, exist_ok=True)
     log.info("downloading the names data from %s into %s", url, root)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - https or a test's file://
+        with urllib.request.urlopen(url, timeout=60) as response:
             payload = response.read()
     except OSError as exc:
         raise DataError(

@@ -24,11 +24,10 @@ _UNKNOWN_INDEX = _INDEX[UNKNOWN_CHAR]
 
 
 def unicode_to_ascii(text: str) -> str:
-    """Fold ``text`` to the alphabet: ``'Ślusàrski'`` → ``'Slusarski'``; characters with no ASCII form vanish."""
+    """Fold ``text`` to the alphabet: ``'Ślusàrski'`` → ``'Slusarski'``; characters without an ASCII form
+    vanish."""
     return "".join(
-        ch
-        for ch in unicodedata.normalize("NFD", text)
-        if unicodedata.category(ch) != "Mn" and ch in _INDEX
+        ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn" and ch in _INDEX
     )
 
 
