@@ -70,6 +70,41 @@ def test_run_and_status_on_every_backend(
     assert_no_password(out.out + out.err + table.out + table.err, storage_url)
 
 
+@pytest.mark.slow
+def test_finalize_report_and_stored_data_never_show_the_password(
+    storage_url: str,  # noqa: F811
+    tiny_data_dir: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The rest of the pipeline on both backends; the password appears in no output, no study attribute
+    (which the dashboard shows) and no file written beside the campaign. The campaign file itself names
+    the storage here, the riskiest place for a password to start from."""
+    toml = write_campaign(tmp_path / "campaign", tiny_data_dir, n_trials=2, storage=storage_url)
+    for command in ("run", "finalize", "report", "status"):
+        assert main([command, str(toml), "-q"]) == 0, command
+    out = capfd.readouterr()
+    assert_no_password(out.out + out.err, storage_url)
+    assert (tmp_path / "campaign" / "tiny" / "report").is_dir()
+
+    storage = open_storage(storage_url)
+    try:
+        import optuna
+
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            assert_no_password(json.dumps(summary.user_attrs, default=str), storage_url)
+            study_id = storage.get_study_id_from_name(summary.study_name)
+            for trial in storage.get_all_trials(study_id, deepcopy=False):
+                attrs = json.dumps([trial.user_attrs, trial.system_attrs], default=str)
+                assert_no_password(attrs, storage_url)
+            assert_no_password(json.dumps(storage.get_study_system_attrs(study_id), default=str), storage_url)
+    finally:
+        storage.engine.dispose()
+    for path in (tmp_path / "campaign" / "tiny").rglob("*"):
+        if path.is_file():
+            assert_no_password(path.read_bytes().decode("utf-8", "replace"), storage_url)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_three_workers_on_postgres_exact_budget_and_sqlite_values(
