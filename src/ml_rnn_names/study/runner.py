@@ -43,6 +43,7 @@ from ml_rnn_names.study.objective import EpochProgress, run_trial
 from ml_rnn_names.study.space import slot_params
 from ml_rnn_names.study.storage import (
     campaign_lock,
+    check_sqlite_file_unchanged,
     is_transient,
     open_storage,
     redact,
@@ -60,8 +61,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT) arrived: record the running trial as interrupted and exit cleanly."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) arrived: record the running trial as interrupted and exit cleanly.
+
+    A ``KeyboardInterrupt`` so that whatever handles Ctrl-C (the CLI's exit 130, a notebook) handles
+    SIGTERM the same way, without a traceback.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -298,6 +303,10 @@ def claim_next(opened: CampaignStudies) -> Claim | None:
             candidates.append((trial.user_attrs.get("slot", 1 << 30), order, trial.number, model, trial))
     for slot, _, _, model, trial in sorted(candidates, key=lambda c: c[:3]):
         study = opened.studies[model]
+        # Beat before claiming too: a worker killed between the claim and its first beat would leave a
+        # RUNNING trial without a heartbeat, which the stale check never fails (resume would wait forever).
+        with contextlib.suppress(Exception):
+            opened.storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
         won = with_retries(
             lambda t=trial: _try_running(opened.storage, t._trial_id), what=f"claim trial {trial.number}"
         )
@@ -363,9 +372,10 @@ def _finish_failed(opened: CampaignStudies, claim: Claim, kind: str, reason: str
     storage = opened.storage
 
     def write() -> None:
-        storage.set_trial_user_attr(claim.trial_id, "fail_kind", kind)
-        storage.set_trial_user_attr(claim.trial_id, "fail_reason", reason[:2000])
+        # already finished: another worker failed it as stale (see _preempted); nothing to add
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(claim.trial_id, "fail_kind", kind)
+            storage.set_trial_user_attr(claim.trial_id, "fail_reason", reason[:2000])
             storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
 
     with_retries(write, what=f"record failure of trial {claim.number}")
@@ -411,8 +421,10 @@ def execute_claim(opened: CampaignStudies, claim: Claim, objective: ClaimObjecti
     result = TrialResult(claim.model, claim.slot, claim.number, "RUNNING")
     with _Heartbeat(opened.storage, claim.trial_id, config.heartbeat_interval):
         try:
-            value = objective(trial, claim)
+            with _interruptible():
+                value = objective(trial, claim)
         except optuna.TrialPruned as exc:
+            _check_file(opened, claim)
             with_retries(lambda: claim.study.tell(trial, state=TrialState.PRUNED), what="tell pruned")
             result.state, result.reason = "PRUNED", str(exc)
             return result
@@ -431,6 +443,8 @@ def execute_claim(opened: CampaignStudies, claim: Claim, objective: ClaimObjecti
             with contextlib.suppress(Exception):
                 _finish_failed(opened, claim, slot_mod.FAIL_STORAGE, str(exc))
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:  # reporting an epoch of a trial failed elsewhere
+            return _preempted(claim, result)
         except Exception as exc:
             if is_transient(exc):  # the database went away mid-trial (restart, failover): re-run the slot
                 reason = f"storage: {str(exc.__cause__ or exc).splitlines()[0]}"
@@ -443,9 +457,35 @@ def execute_claim(opened: CampaignStudies, claim: Claim, objective: ClaimObjecti
             log.exception("%s slot %d failed", claim.model, claim.slot)
             result.state, result.reason = "FAIL", reason
             return result
-        with_retries(lambda: claim.study.tell(trial, value), what=f"tell trial {claim.number}")
+        _check_file(opened, claim)
+        try:
+            with_retries(lambda: claim.study.tell(trial, value), what=f"tell trial {claim.number}")
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial"
+            if opened.storage.get_trial(claim.trial_id).state == TrialState.RUNNING:
+                raise
+            return _preempted(claim, result)
     result.state, result.value = "COMPLETE", value
     return result
+
+
+def _preempted(claim: Claim, result: TrialResult) -> TrialResult:
+    """Another worker failed this trial as stale while it ran: its heartbeats came later than
+    ``grace_period`` (a stopped, suspended or starved process looks dead), and the slot was re-enqueued
+    there. Drop this result and carry on: telling it would not fit a finished trial, and crashing
+    would cost the worker."""
+    result.state = "FAIL"
+    result.reason = "preempted: failed as stale by another worker while running (late heartbeat)"
+    log.warning(
+        "%s slot %d (trial %d): %s; the slot re-runs", claim.model, claim.slot, claim.number, result.reason
+    )
+    return result
+
+
+def _check_file(opened: CampaignStudies, claim: Claim) -> None:
+    check_sqlite_file_unchanged(
+        opened.storage,
+        f"the result of trial {claim.number} ({claim.model} slot {claim.slot}) could not be stored",
+    )
 
 
 def load_search_data(config: CampaignConfig) -> Splits:
@@ -505,6 +545,8 @@ def work_loop(
     config, url = opened.config, opened.url
     report = WorkerReport()
     while max_trials is None or len(report.results) < max_trials:
+        _raise_pending()  # safe point: nothing claimed
+        check_sqlite_file_unchanged(opened.storage, "no further trial was claimed")
         claim = claim_next(opened)
         if claim is None:
             with _locked(config, url):
@@ -525,13 +567,54 @@ def work_loop(
             report.interrupted = True
             raise
         report.results.append(result)
+        log.info(
+            "%s slot %d (trial %d): %s%s%s",
+            opened.studies[claim.model].study_name,
+            claim.slot,
+            claim.number,
+            result.state,
+            f", value {result.value:.4f}" if result.value is not None else "",
+            f" ({result.reason})" if result.reason else "",
+        )
         if on_trial_end:
             on_trial_end(result)
+    _gate.pending = None  # a signal that came after the last trial stops nothing; do not keep it
     return report
 
 
+class _InterruptGate:
+    """Where SIGTERM may raise :class:`Interrupted`: only inside a trial's objective, whose trial is then
+    recorded as interrupted. Anywhere else — claiming, telling, sweeping — raising could leave a claimed
+    trial RUNNING with no record (and perhaps no heartbeat), so the signal waits for a safe point:
+    the objective's start or the next claim."""
+
+    open: bool = False
+    pending: int | None = None
+
+
+_gate = _InterruptGate()
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
+    if _gate.open:
+        raise Interrupted(signum)
+    _gate.pending = signum
+
+
+def _raise_pending() -> None:
+    if _gate.pending is not None:
+        signum, _gate.pending = _gate.pending, None
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    _raise_pending()
+    _gate.open = True
+    try:
+        yield
+    finally:
+        _gate.open = False
 
 
 def worker_process_main(

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,16 +78,23 @@ def _check_sqlite_file(path: Path) -> None:
     """Fail before the first write, with a message saying what is wrong and that nothing was touched."""
     folder = path.parent
     if not folder.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        if not os.access(path, os.R_OK | os.W_OK):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
             raise StorageError(
-                f"{path}: the study database is not writable (permissions); fix them or use --storage"
-            )
-    if not os.access(folder, os.W_OK):
+                f"{folder}: cannot create the folder of the study database ({exc.strerror})"
+            ) from None
+    # A file or folder with no write bit for anyone is read-only on purpose: refuse it even where
+    # os.access says yes (root ignores permission bits), before SQLite writes a byte.
+    if path.exists() and (not os.access(path, os.R_OK | os.W_OK) or not _has_write_bit(path)):
         raise StorageError(
-            f"{folder}: folder is not writable, and SQLite needs to create its journal files there; "
-            "fix the permissions or use --storage"
+            f"{path}: the study database is read-only (permissions); nothing was changed. "
+            "Make it writable (chmod u+w) or use --storage"
+        )
+    if not os.access(folder, os.W_OK) or not _has_write_bit(folder):
+        raise StorageError(
+            f"{folder}: folder is read-only (permissions), and SQLite needs to create its journal files "
+            "there; nothing was changed. Make it writable (chmod u+w) or use --storage"
         )
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
@@ -105,6 +113,37 @@ def _check_sqlite_file(path: Path) -> None:
         raise StorageError(f"{path}: {exc}{hint}") from None
     if mode.lower() != "wal":
         log.warning("%s: could not switch to WAL (journal_mode=%s); concurrent readers may block", path, mode)
+
+
+def _has_write_bit(path: Path) -> bool:
+    return bool(os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # stat, never open: closing a descriptor would drop SQLite's locks
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_sqlite_file_unchanged(storage: object, what: str) -> None:
+    """Raise :class:`StorageError` if the SQLite file behind ``storage`` was deleted or replaced since
+    :func:`open_storage` opened it (a no-op for other backends).
+
+    SQLite keeps writing into a deleted file's inode through its open descriptors, so without this
+    check results would be "stored" where nobody can ever read them. ``what`` says what was not stored.
+    """
+    opened = getattr(storage, "_ml_rnn_names_sqlite_file", None)
+    if opened is None:
+        return
+    path, identity = opened
+    if _file_identity(path) != identity:
+        raise StorageError(
+            f"{path}: the study database was deleted or replaced during the run; {what} (SQLite would "
+            "write into the deleted file, where it silently vanishes). Nothing more is written: put the "
+            "file back and run again to resume"
+        )
 
 
 def _immediate_transactions(engine: sqlalchemy.engine.Engine) -> None:
@@ -150,6 +189,7 @@ def open_storage(
         raise StorageError(f"cannot open the study storage {redact(url)}: {message}") from None
     if path is not None:
         _immediate_transactions(storage.engine)
+        storage._ml_rnn_names_sqlite_file = (path, _file_identity(path))  # type: ignore[attr-defined]
     return storage
 
 
