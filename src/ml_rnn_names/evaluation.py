@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from torch import nn
 
 from ml_rnn_names.data import NamesDataset
@@ -36,6 +35,8 @@ def compute_accuracy(model: nn.Module, data: NamesDataset) -> float:
 def split_metrics(model: nn.Module, data: NamesDataset) -> dict[str, float]:
     """Accuracy, mean NLL loss and macro-F1 (over all labels, absent ones scoring 0) of one split."""
     log_probs, truth, predicted = _predictions(model, data)
+    from sklearn.metrics import f1_score  # on first use: status/config/dashboard never import sklearn
+
     n_classes = len(data.labels)
     return {
         "accuracy": float((truth == predicted).mean()),
@@ -62,6 +63,8 @@ def evaluate_model(
 
 def per_class_report(model: nn.Module, data: NamesDataset) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support of every label."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     _, truth, predicted = _predictions(model, data)
     labels = list(range(len(data.labels)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -78,6 +81,8 @@ def compute_confusion_matrix(model: nn.Module, data: NamesDataset, n_classes: in
 
     Float so that the notebook can normalise rows in place.
     """
+    from sklearn.metrics import confusion_matrix
+
     _, truth, predicted = _predictions(model, data)
     counts = confusion_matrix(truth, predicted, labels=list(range(n_classes)))
     return torch.from_numpy(counts.astype(np.float32))

@@ -100,6 +100,8 @@ class Campaign:
         """Run every study to its exact budget; returns what was done. Safe to call again (resumes)."""
         if workers < 1:
             raise MlRnnNamesError(f"workers must be ≥ 1, got {workers}")
+        if max_trials is not None and workers > 1:
+            raise MlRnnNamesError("max_trials (stop after k trials) needs workers=1")
         started = time.perf_counter()
         opened = self.open()
         before = runner.remaining_slots(opened)

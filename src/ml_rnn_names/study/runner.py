@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
@@ -177,21 +178,13 @@ def open_studies(
 
 @contextlib.contextmanager
 def _locked(config: CampaignConfig, url: str) -> Iterator[None]:
+    """The campaign lock. Database errors, from the lock or the work under it, become a
+    :class:`StorageError` with the password hidden."""
     try:
         with campaign_lock(url, config.name):
             yield
-    except MlRnnNamesError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, (optuna.exceptions.OptunaError, ValueError, KeyError)):
-            raise
-        import sqlalchemy
-
-        if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
-            raise StorageError(
-                redact_text(f"storage {redact(url)}: {str(exc).splitlines()[0]}", url)
-            ) from None
-        raise
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(redact_text(f"storage {redact(url)}: {str(exc).splitlines()[0]}", url)) from None
 
 
 def _stored_config(config: CampaignConfig) -> dict[str, Any]:
