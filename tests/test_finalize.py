@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from ml_rnn_names import cli
-from ml_rnn_names.errors import FairnessError, StorageError
+from ml_rnn_names.errors import FairnessError, MlRnnNamesError, StorageError
 from ml_rnn_names.study import finalize, runner
 from ml_rnn_names.study import slots as slot_mod
 from ml_rnn_names.study.artifacts import artifact_dir
@@ -536,3 +536,36 @@ def test_killed_finalize_resumes_only_the_missing_seeds(slow_campaign: Campaign)
         assert after.user_attrs == before.user_attrs
         assert after.value == before.value
         assert number in per_seed(result, model, "trial_number")
+
+
+def test_a_seed_that_keeps_failing_is_retried_by_the_next_finalize(
+    finalized: Finalized, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seed that errors twice (say the disk stays full) leaves finalize without a result and says why;
+    once the cause is fixed, running finalize again retries only that seed (earlier errors don't count)."""
+    campaign = Campaign(
+        finalized.campaign.config, storage=sqlite_url(copy_db(finalized.pristine_db, tmp_path / "retry.db"))
+    )
+    real_train = finalize.train_params
+    attempts: list[int] = []
+
+    def disk_full_for_one_seed(model: str, params: Any, **kwargs: Any) -> Any:
+        if model == MODELS[0] and kwargs["seed"] == SEEDS[1]:
+            attempts.append(kwargs["seed"])
+            raise OSError(28, "No space left on device")
+        return real_train(model, params, **kwargs)
+
+    monkeypatch.setattr(finalize, "train_params", disk_full_for_one_seed)
+    with pytest.raises(MlRnnNamesError) as failed:
+        finalize_campaign(campaign)
+    assert f"seed {SEEDS[1]} has no result" in str(failed.value)
+    assert "No space left on device" in str(failed.value)
+    assert len(attempts) == slot_mod.MAX_ERROR_ATTEMPTS  # bounded within one invocation
+
+    monkeypatch.setattr(finalize, "train_params", real_train)
+    result = finalize_campaign(campaign)
+    assert result.evaluated_now == 1  # only the missing (model, seed) pair ran
+    assert result.audit_count == N_AUDIT
+    assert per_seed(result, MODELS[0], "test_accuracy") == per_seed(
+        finalized.result, MODELS[0], "test_accuracy"
+    )

@@ -121,6 +121,7 @@ class FinalPlanSpec:
     params: dict[str, Any]
     search_complete: int = -1  # COMPLETE search slots when this round was planned
     allow_incomplete: bool = False
+    started: datetime | None = None  # this finalize invocation: earlier errors are retried
 
 
 def _final_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -143,6 +144,7 @@ def _plan(config: CampaignConfig, spec: FinalPlanSpec) -> runner.SlotPlan:
             "allow_incomplete": spec.allow_incomplete,
         },
         first_slot=spec.round * n,
+        errors_since=spec.started,
     )
 
 
@@ -407,9 +409,17 @@ def collect_results(
         for slot in range(spec.round * n, (spec.round + 1) * n):
             done = [t for t in trials if t.user_attrs.get("slot") == slot and t.state == TrialState.COMPLETE]
             if not done:
+                failed = [
+                    t for t in trials if t.user_attrs.get("slot") == slot and t.state == TrialState.FAIL
+                ]
+                why = (
+                    f" (last failure: {failed[-1].user_attrs.get('fail_reason', 'unknown')})"
+                    if failed
+                    else ""
+                )
                 raise MlRnnNamesError(
-                    f"{study.study_name}: seed {config.finalize_seeds[slot % n]} has no result; "
-                    "run finalize again"
+                    f"{study.study_name}: seed {config.finalize_seeds[slot % n]} has no result{why}; "
+                    "fix the cause and run finalize again (it retries the missing seeds)"
                 )
             t = done[-1]
             seeds.append(
@@ -475,6 +485,7 @@ def finalize_campaign(
     """Check fairness, retrain best trials × seeds where no result is recorded, evaluate test, compare."""
     config = campaign.config
     started = time.perf_counter()
+    invocation_started = datetime.now()  # naive local time, as Optuna stores datetime_complete
     splits = load_final_data(config)
     opened = campaign.open(create=False, heartbeat=False)
     problems = fairness_problems(config, opened.studies, splits.fingerprint)
@@ -528,6 +539,7 @@ def finalize_campaign(
             dict(trial.params),
             search_complete=incomplete.get(model, config.n_trials),
             allow_incomplete=bool(incomplete),
+            started=invocation_started,
         )
 
     before = sum(

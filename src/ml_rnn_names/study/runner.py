@@ -129,9 +129,10 @@ class SlotPlan:
     seed: Callable[[int], int]
     attrs: Callable[[int], dict[str, Any]] = lambda slot: {}
     first_slot: int = 0  # slots below are history (earlier finalize rounds): never re-run
+    errors_since: datetime | None = None  # see SlotView.errors_since
 
     def views(self, trials: list[FrozenTrial]) -> list[slot_mod.SlotView]:
-        return slot_mod.slot_views(trials, self.n_slots)[self.first_slot :]
+        return slot_mod.slot_views(trials, self.n_slots, errors_since=self.errors_since)[self.first_slot :]
 
 
 def search_plan(config: CampaignConfig, model: str) -> SlotPlan:
@@ -326,7 +327,11 @@ def _is_duplicate(opened: CampaignStudies, claim: Claim) -> bool:
     others = [
         t for t in _trials(claim.study) if t.user_attrs.get("slot") == claim.slot and t.number != claim.number
     ]
-    view = slot_mod.SlotView(claim.slot, others)
+    plan = opened.plans.get(claim.model)
+    # The same view of the slot as the sweep that enqueued this trial (finalize ignores errors of earlier
+    # invocations): with a stricter view, a retried slot would count as settled, be failed as a
+    # duplicate, be enqueued again by the next sweep, and so on forever.
+    view = slot_mod.SlotView(claim.slot, others, errors_since=plan.errors_since if plan else None)
     busy = view.settled or any(t.state == TrialState.RUNNING for t in view.real_trials)
     if not busy:
         return False

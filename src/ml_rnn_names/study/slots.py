@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -34,6 +35,9 @@ def fail_kind(trial: FrozenTrial) -> str:
 class SlotView:
     slot: int
     trials: list[FrozenTrial] = field(default_factory=list)
+    #: Only errors that ended at or after this time count towards settling the slot (finalize sets it
+    #: to its own start: an error of an earlier invocation, e.g. a disk that was full, is retried).
+    errors_since: datetime | None = None
 
     @property
     def real_trials(self) -> list[FrozenTrial]:
@@ -55,7 +59,10 @@ class SlotView:
         failures = [t for t in real if t.state == TrialState.FAIL]
         if any(fail_kind(t) in FINAL_FAIL_KINDS for t in failures):
             return "failed"
-        if sum(fail_kind(t) == FAIL_ERROR for t in failures) >= MAX_ERROR_ATTEMPTS:
+        errors = [t for t in failures if fail_kind(t) == FAIL_ERROR]
+        if self.errors_since is not None:
+            errors = [t for t in errors if t.datetime_complete and t.datetime_complete >= self.errors_since]
+        if len(errors) >= MAX_ERROR_ATTEMPTS:
             return "failed"
         if any(t.state == TrialState.RUNNING for t in real):
             return "running"
@@ -72,11 +79,16 @@ class SlotView:
         return len(self.real_trials) + 1
 
 
-def slot_views(trials: Iterable[FrozenTrial], n_trials: int) -> list[SlotView]:
+def slot_views(
+    trials: Iterable[FrozenTrial], n_trials: int, *, errors_since: datetime | None = None
+) -> list[SlotView]:
     """One view per slot ``0..n_trials-1`` (trials without a slot, or beyond the budget, are ignored)."""
     by_slot: dict[int, list[FrozenTrial]] = defaultdict(list)
     for trial in trials:
         slot = trial.user_attrs.get("slot")
         if isinstance(slot, int) and 0 <= slot < n_trials:
             by_slot[slot].append(trial)
-    return [SlotView(slot, sorted(by_slot[slot], key=lambda t: t.number)) for slot in range(n_trials)]
+    return [
+        SlotView(slot, sorted(by_slot[slot], key=lambda t: t.number), errors_since)
+        for slot in range(n_trials)
+    ]
