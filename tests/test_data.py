@@ -225,6 +225,8 @@ def test_summary_counts_duplicates_shared_names_and_leakage(make_names_dir, tiny
     assert s["most_repeated"] == [["Same", "Alpha", 10], ["Same", "Beta", 10], ["Abe", "Alpha", 2]]
     assert s["most_repeated_per_label"] == {"Alpha": [["Same", 10], ["Abe", 2]], "Beta": [["Same", 10]]}
     assert s["names_under_several_labels"] == 3  # Abe, Cid, Same
+    # Byte-identical lines seen more than once anywhere: 'Same', 'Abe', 'Cid' (the tutorial's 685 count).
+    assert s["distinct_lines_repeated"] == 3
     assert s["examples_under_several_labels"] == [
         ["Abe", ["Alpha", "Gamma"]],
         ["Cid", ["Alpha", "Beta"]],

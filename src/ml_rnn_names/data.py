@@ -86,6 +86,10 @@ class RawNames:
     lines_read: int
     dropped_empty: dict[str, int]
     folded_changed: int
+    #: Distinct lines (byte for byte, before stripping or folding) that occur more than once anywhere in
+    #: the folder, under one label or several: the tutorial data's "685 duplicated lines"
+    #: (``cat *.txt | sort | uniq -d | wc -l``). The fold-aware counts are in the summary.
+    repeated_lines: int = 0
 
 
 @dataclass
@@ -162,6 +166,7 @@ def read_names_folder(folder: str | os.PathLike[str]) -> RawNames:
     dropped: dict[str, int] = {}
     lines_read = 0
     folded_changed = 0
+    line_counts: Counter[str] = Counter()
     for label_index, path in enumerate(files):
         raw = path.read_bytes()
         if not raw.strip():
@@ -170,6 +175,7 @@ def read_names_folder(folder: str | os.PathLike[str]) -> RawNames:
         dropped[path.stem] = 0
         for line_no, line in enumerate(_decode(path, raw).splitlines(), start=1):
             lines_read += 1
+            line_counts[line] += 1  # as written: ' Abe' and 'Abe' are two different lines here
             original = line.strip()
             name = unicode_to_ascii(original).strip()
             if not name:
@@ -188,7 +194,8 @@ def read_names_folder(folder: str | os.PathLike[str]) -> RawNames:
                 f"{path}: all {dropped[path.stem]} lines fold to nothing (no ASCII letters left after "
                 "removing accents); the label would have no names"
             )
-    return RawNames(pairs, labels, folder, lines_read, dropped, folded_changed)
+    repeated_lines = sum(1 for line, count in line_counts.items() if line and count > 1)
+    return RawNames(pairs, labels, folder, lines_read, dropped, folded_changed, repeated_lines)
 
 
 def split_indices(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,6 +247,7 @@ def summarize(
         "dropped_empty_after_folding": sum(raw.dropped_empty.values()),
         "dropped_per_file": {k: v for k, v in raw.dropped_empty.items() if v},
         "names_changed_by_folding": raw.folded_changed,
+        "distinct_lines_repeated": raw.repeated_lines,
         "names_per_class": {labels[i]: per_class[i] for i in range(len(labels))},
         "duplicate_lines_within_class": sum(count - 1 for _, _, count in repeated),
         "distinct_duplicated_names": len(repeated),
@@ -321,6 +329,7 @@ def load_data(
     print(
         f"Loaded {s['names_kept']} names in {len(splits.labels)} classes from {s['source']}: "
         f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}; "
+        f"{s['distinct_lines_repeated']} distinct lines occur more than once, "
         f"{s['duplicate_lines_within_class']} duplicate lines within classes, "
         f"{s['names_under_several_labels']} names under several labels, "
         f"{s['test_names_in_train']} test names also in train (fingerprint {splits.fingerprint[:12]})"

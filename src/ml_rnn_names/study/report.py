@@ -1100,6 +1100,8 @@ def _data_section(doc: _Doc, s: dict[str, Any]) -> None:
     several = s.get("examples_under_several_labels", [])
     doc.ul(
         [
+            f"**Repeated lines**: {s.get('distinct_lines_repeated', 0)} distinct lines occur more than once "
+            "in the data files, byte for byte, under one language or several.",
             f"**Duplicates within a language**: {s.get('duplicate_lines_within_class', 0)} lines repeat a "
             "name already listed under the same language "
             f"({s.get('distinct_duplicated_names', 0)} distinct names); the most repeated per language are "
