@@ -705,7 +705,7 @@ def figure_test_accuracy(result: FinalizeResult) -> Figure:
     ax.set_xlim(-0.6, n - 0.25)
     ax.set_xlabel("model (best search trial, retrained per finalize seed)")
     ax.set_ylabel("test accuracy (%)")
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=None))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=1))
     ax.margins(y=0.2)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(f"Test accuracy per finalize seed ({len(result.truth)} test names)")
