@@ -136,6 +136,37 @@ def test_same_seeds_give_bitwise_identical_training(splits: Splits, model_type: 
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.parametrize("model_type", ["RNN", "LSTM"])
+def test_train_steps_are_exactly_clip_grad_norm_then_sgd(
+    splits: Splits, model_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train()'s own optimizer step is the seed's recipe, bit for bit: per-epoch shuffles from the seed,
+    ``clip_grad_norm_`` then ``torch.optim.SGD.step()``. A tiny clip norm makes every step clip."""
+    monkeypatch.setattr(training, "GRAD_CLIP_NORM", 0.05)
+    seed, lr, batch, epochs = 5, 0.3, 16, 2
+    ours = _model(model_type, 3)
+    train(ours, splits.train, None, n_epoch=epochs, n_batch_size=batch, learning_rate=lr, seed=seed)
+
+    model = _model(model_type, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    clipped = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(splits.train), generator=generator)
+        for start in range(0, len(splits.train), batch):
+            indices, lengths, targets = training._batch(
+                splits.train, order[start : start + batch], torch.device("cpu")
+            )
+            loss = F.nll_loss(model(indices, lengths), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            clipped += float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)) > 0.05
+            optimizer.step()
+    assert clipped > 0
+    for (name, got), want in zip(ours.named_parameters(), model.parameters(), strict=True):
+        assert torch.equal(got, want), name
+
+
 def test_different_seeds_give_different_training(splits: Splits) -> None:
     _, base = _run(splits)
     _, other_init = _run(splits, model_seed=4)

@@ -46,12 +46,45 @@ def set_seed(seed: int, device: torch.device | str | None = None) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+class _ClippedSGD:
+    """Plain SGD with gradient-norm clipping: ``clip_grad_norm_(params, 3)`` then ``SGD.step()``.
+
+    Why not those two calls: on small models they cost more than the arithmetic. Both regroup the
+    parameters by device and dtype on every call (about 120 µs per batch for an RNN h128, 10 % of
+    the whole training step). Here the grouping happens once, and each step is the same ``_foreach``
+    kernels those two run (per-tensor norms, their norm, one clamped scale, ``p -= lr * g``), so the
+    result is bitwise equal (``tests/test_training.py`` checks it).
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float, max_norm: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = float(lr)
+        self.max_norm = float(max_norm)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        with_grad = [p for p in self.params if p.grad is not None]
+        if not with_grad:
+            return
+        grads = [p.grad for p in with_grad]
+        norms = torch._foreach_norm(grads)
+        total = torch.linalg.vector_norm(torch.stack(norms))
+        torch._foreach_mul_(grads, torch.clamp(self.max_norm / (total + 1e-6), max=1.0))
+        torch._foreach_add_(with_grad, grads, alpha=-self.lr)
+
+
 def _batch(data: NamesDataset, rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Slice one batch out of the pre-encoded tensors, trimmed to the batch's longest name."""
-    lengths = data.lengths[rows.cpu()]
+    # index_select, not advanced indexing (``t[rows]``): on these small gathers it is ~4x cheaper.
+    lengths = data.lengths.index_select(0, rows.cpu())
     width = int(lengths.max())
-    indices = data.indices[rows.to(data.indices.device), :width].to(device, non_blocking=True)
-    targets = data.targets[rows.to(data.targets.device)].to(device, non_blocking=True)
+    on_data = rows.to(data.indices.device)
+    indices = data.indices[:, :width].index_select(0, on_data).to(device, non_blocking=True)
+    targets = data.targets.index_select(0, on_data.to(data.targets.device)).to(device, non_blocking=True)
     return indices, lengths, targets
 
 
@@ -110,7 +143,7 @@ def train(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     generator = torch.Generator().manual_seed(int(seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    optimizer = _ClippedSGD(list(model.parameters()), learning_rate, GRAD_CLIP_NORM)
     criterion = nn.NLLLoss()
     result: TrainResult = {"train_losses": [], "val_losses": []}
     n = len(training_data)
@@ -131,10 +164,9 @@ def train(
                     batch=batch_no,
                     value=value,
                 )
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-            optimizer.step()
+            optimizer.step()  # clips the gradient norm to GRAD_CLIP_NORM, then p -= lr * grad
             total += value
             n_batches += 1
         train_loss = total / n_batches
