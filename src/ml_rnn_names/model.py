@@ -107,7 +107,10 @@ class _PackedLayer(torch.autograd.Function):
         hidden = w_hh.shape[1]
         bias = b_ih + b_hh  # (G·H,)
         if inputs.dtype == torch.int64:
-            x = (w_ih.t() + bias).index_select(0, inputs)  # (N, G·H)
+            # (n_letters, G·H) table, made row-major on purpose: ``w_ih.t() + bias`` keeps w_ih's
+            # column-major strides, and gathering rows from that is 3-10x slower.
+            table = w_ih.t().contiguous().add_(bias)
+            x = table.index_select(0, inputs)  # (N, G·H)
         else:
             x = torch.addmm(bias, inputs, w_ih.t())  # (N, G·H)
         # tanh via 2·sigmoid(2z) - 1: double the tanh pre-activations (the RNN's, the LSTM's g gate)
@@ -158,7 +161,8 @@ class _PackedLayer(torch.autograd.Function):
             grad_x = _lstm_backward_steps(grad_out, w_hh, gates, cell, tanh_cell, layout)
         else:
             inputs, w_ih, w_hh, out = ctx.saved_tensors
-            grad_x = 1 - out * out  # (N, H): tanh' of every row at once; becomes dL/d(pre-activation)
+            # (N, H): tanh' = 1 - h² of every row at once, in one fused pass; becomes dL/d(pre-activation)
+            grad_x = torch.addcmul(out.new_ones(()), out, out, value=-1)
             carry = out.new_zeros(first, out.shape[1])  # (B, H): dL/dh_t from step t+1
             grads, grad_outs = grad_x.split(sizes), grad_out.split(sizes)
             for t in range(len(sizes) - 1, -1, -1):
