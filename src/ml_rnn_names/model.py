@@ -113,15 +113,20 @@ class _PackedLayer(torch.autograd.Function):
             x = table.index_select(0, inputs)  # (N, G·H)
         else:
             x = torch.addmm(bias, inputs, w_ih.t())  # (N, G·H)
-        # tanh via 2·sigmoid(2z) - 1: double the tanh pre-activations (the RNN's, the LSTM's g gate)
-        # here, once, in x and in the recurrent weights; doubling is exact in floating point.
-        w_scaled = w_hh.clone()  # (G·H, H)
-        tanh_cols = slice(2 * hidden, 3 * hidden) if lstm else slice(0, hidden)
-        x[:, tanh_cols].mul_(2)
-        w_scaled[tanh_cols].mul_(2)
-        w_scaled_t = w_scaled.t()  # (H, G·H)
-        sizes = layout.batch_sizes
+        # tanh via 2·sigmoid(2z) - 1 needs the tanh pre-activations doubled (the RNN's, the LSTM's g
+        # gate). Doubling is exact in floating point, so where it happens does not change a bit. The
+        # RNN doubles x and a copy of W_hh once per batch (cheap at its size); the LSTM doubles its g
+        # block after each step's GEMM, because copying a (4H, H) W_hh per batch costs more.
         two, one = x.new_tensor(2.0), x.new_tensor(1.0)
+        g_cols = slice(2 * hidden, 3 * hidden)
+        if lstm:
+            w_step_t = w_hh.t()  # (H, 4H)
+        else:
+            w_scaled = w_hh.clone()  # (H, H)
+            x.mul_(two)
+            w_scaled.mul_(two)
+            w_step_t = w_scaled.t()
+        sizes = layout.batch_sizes
         # (N, H): h_t of every row; the RNN's pre-activations turn into h_t in place.
         out = x.new_empty(x.shape[0], hidden) if lstm else x
         xs, outs = x.split(sizes), out.split(sizes)  # per-step views (bs, G·H), (bs, H)
@@ -133,10 +138,11 @@ class _PackedLayer(torch.autograd.Function):
         for t, bs in enumerate(sizes):
             g = xs[t]  # (bs, G·H) pre-activations, accumulated in place: no copy
             if t:
-                torch.addmm(g, outs[t - 1][:bs], w_scaled_t, out=g)
+                torch.addmm(g, outs[t - 1][:bs], w_step_t, out=g)
             if not lstm:
                 _tanh_via_sigmoid_(g, two, one)
                 continue
+            g[:, g_cols].mul_(two)
             g.sigmoid_()  # i, f, o are done; g's column block holds sigmoid(2z)
             i, f, gg, o = g.view(bs, 4, hidden).unbind(1)  # (bs, H) each
             gg.mul_(two).sub_(one)  # = tanh(z)
