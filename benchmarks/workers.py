@@ -1,15 +1,16 @@
 """Worker scaling: trials/hour of a small campaign with 1 and 2 workers, and the storage overhead.
 
-    python benchmarks/workers.py [--trials 12] [--epochs 4] [--data DIR]
+    python benchmarks/workers.py [--trials 12] [--epochs 4] [--repeats 3] [--data DIR]
 
-Runs the same small campaign (RNN and LSTM, fixed architecture so every trial costs the same) into
-fresh SQLite files, once with 1 worker × 1 thread and once with 2 workers × 1 thread, and prints:
+Runs the same small campaign (RNN and LSTM, fixed architecture so trials cost about the same) into
+fresh SQLite files with 1 worker × 1 thread and then 2 workers × 1 thread, ``--repeats`` times in
+turn, and prints medians (and every run) of:
 
-* trials/hour for each, and the ratio (target on a 2-core machine: ≥ 1.8×);
-* Optuna/storage overhead: the part of the wall time not spent inside ``train()`` + validation
-  (trial wall time from the storage minus the objective's own ``wall_time_s``, plus the gaps between
-  trials), as a percentage of the trials' time (target: < 1 %);
-* peak RSS of the workers (``ru_maxrss`` of the children).
+* the 2-worker / 1-worker ratio of trials/hour, in steady state (first trial start to last trial
+  end) and end to end (with each worker's start-up); target on a 2-core machine: ≥ 1.8×;
+* Optuna/storage time: wall time inside Optuna's ``RDBStorage`` calls (the heartbeat thread's too)
+  while trials ran, per trial and as a share of the trials' time (1-worker runs); target: < 1 %;
+* peak RSS of the worker processes (``ru_maxrss`` of the children).
 """
 
 from __future__ import annotations
@@ -108,16 +109,14 @@ def run_once(folder: Path, workers: int, trials: int, epochs: int, data: Path) -
         started = time.perf_counter()
         campaign.run(workers=workers)
         wall = time.perf_counter() - started
-    trial_wall, inside, starts, ends = [], [], [], []
+    trial_wall, starts, ends = [], [], []
     for study in campaign.studies.values():
         for t in study.trials:
             if t.datetime_complete and t.datetime_start:
                 trial_wall.append((t.datetime_complete - t.datetime_start).total_seconds())
-                inside.append(float(t.user_attrs["wall_time_s"]))
                 starts.append(t.datetime_start)
                 ends.append(t.datetime_complete)
     n = len(trial_wall)
-    overhead = (sum(trial_wall) - sum(inside)) / sum(trial_wall)
     # Steady state: from the first trial's start to the last one's end, which leaves out what a long
     # campaign pays once per worker (spawning, importing torch, loading the data).
     busy = (max(ends) - min(starts)).total_seconds()
@@ -129,8 +128,6 @@ def run_once(folder: Path, workers: int, trials: int, epochs: int, data: Path) -
         "trials_per_hour": n / wall * 3600,
         "steady_trials_per_hour": n / busy * 3600,
         "median_trial_s": statistics.median(trial_wall),
-        "overhead_in_trial_pct": 100 * overhead,
-        "overhead_total_pct": 100 * (wall * workers - sum(inside)) / (wall * workers),
         "storage_s": timer.seconds if isinstance(timer, StorageTimer) else float("nan"),
         # only the calls made while trials ran: what each further trial costs, without the one-off
         # opening of the studies
@@ -151,36 +148,54 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12, help="slots per model (default 12)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
     parser.add_argument("--data", type=Path, default=None, help="names folder (default: the usual lookup)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved 1-worker / 2-worker pairs; medians (default 3)"
+    )
     args = parser.parse_args()
     data = resolve_data_dir(args.data)
-    print(f"data {data}; {os.cpu_count()} CPUs; {args.trials} slots × 2 models × {args.epochs} epochs")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for workers in (1, 2):
-            row = run_once(Path(tmp), workers, args.trials, args.epochs, data)
-            rows.append(row)
-            print(
-                f"{workers} worker(s): {row['trials']} trials in {row['wall_s']:.1f}s → "
-                f"{row['trials_per_hour']:.0f} trials/h end to end, "
-                f"{row['steady_trials_per_hour']:.0f} trials/h from first trial start to last trial end "
-                f"(median trial {row['median_trial_s']:.1f}s); "
-                f"storage overhead inside trials {row['overhead_in_trial_pct']:.2f}%, "
-                f"all non-training time {row['overhead_total_pct']:.2f}%"
-            )
-    one = rows[0]
-    per_trial = one["storage_in_trials_s"] / one["trials"]
     print(
-        f"Optuna/storage time (1 worker; every RDBStorage call, the heartbeat thread's too): "
-        f"{one['storage_s']:.2f}s in {one['storage_calls']} calls, of which "
-        f"{one['storage_in_trials_s']:.2f}s while trials ran = {1000 * per_trial:.0f} ms per trial = "
-        f"{100 * one['storage_in_trials_s'] / one['busy_s']:.2f}% of the time trials ran (target < 1 %)"
+        f"data {data}; {os.cpu_count()} CPUs; {args.trials} slots × 2 models × {args.epochs} epochs; "
+        f"{args.repeats} interleaved pairs"
     )
-    ratio = rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"]
-    steady = rows[1]["steady_trials_per_hour"] / rows[0]["steady_trials_per_hour"]
+    pairs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            # 1 worker then 2, back to back: this VM's speed drifts by tens of percent over minutes, so
+            # each ratio compares neighbours in time, and the medians below smooth what is left.
+            pair = []
+            for workers in (1, 2):
+                folder = Path(tmp) / f"r{repeat}"
+                folder.mkdir(exist_ok=True)
+                row = run_once(folder, workers, args.trials, args.epochs, data)
+                pair.append(row)
+                print(
+                    f"[{repeat}] {workers} worker(s): {row['trials']} trials in {row['wall_s']:.1f}s → "
+                    f"{row['trials_per_hour']:.0f} trials/h end to end, "
+                    f"{row['steady_trials_per_hour']:.0f} trials/h from first trial start to last trial end "
+                    f"(median trial {row['median_trial_s']:.1f}s)",
+                    flush=True,
+                )
+            pairs.append(pair)
+    steady = [b["steady_trials_per_hour"] / a["steady_trials_per_hour"] for a, b in pairs]
+    ratio = [b["trials_per_hour"] / a["trials_per_hour"] for a, b in pairs]
+    per_trial_ms = [1000 * a["storage_in_trials_s"] / a["trials"] for a, _ in pairs]
+    share = [100 * a["storage_in_trials_s"] / a["busy_s"] for a, _ in pairs]
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    def spread(values: list[float], fmt: str) -> str:
+        return (
+            f"median {fmt.format(statistics.median(values))} ("
+            + ", ".join(fmt.format(v) for v in values)
+            + ")"
+        )
+
+    print()
+    print(f"2 workers / 1 worker, trials/hour in steady state: {spread(steady, '{:.2f}×')} (target ≥ 1.8×)")
+    print(f"2 workers / 1 worker, trials/hour end to end (with start-up): {spread(ratio, '{:.2f}×')}")
     print(
-        f"2 workers / 1 worker: {steady:.2f}× trials/hour in steady state (target ≥ 1.8×), "
-        f"{ratio:.2f}× end to end including each worker's start-up"
+        "Optuna/storage time while trials ran (1 worker; every RDBStorage call, the heartbeat thread's "
+        f"too): {spread(per_trial_ms, '{:.0f} ms')} per trial = {spread(share, '{:.2f}%')} of trial time "
+        "(target < 1 %)"
     )
     print(f"peak RSS of a worker process: {peak:.0f} MiB")
 

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ml_rnn_names import __version__
-from ml_rnn_names.data import Splits, load_splits
+from ml_rnn_names.data import Splits
 from ml_rnn_names.errors import FairnessError, MlRnnNamesError
 from ml_rnn_names.evaluation import compute_confusion_matrix, per_class_report, split_metrics
 from ml_rnn_names.study import runner, stats
@@ -272,13 +272,8 @@ def finalize_objective(config: CampaignConfig, splits: Splits, store: Any) -> ru
 
 
 def load_final_data(config: CampaignConfig) -> Splits:
-    return load_splits(
-        config.data_dir,
-        validation_split=config.validation_split,
-        seed=config.split_seed,
-        dedupe=config.dedupe,
-        include_test=True,
-    )
+    """All three splits: finalize is the only reader of the test split."""
+    return runner.load_campaign_data(config, include_test=True)
 
 
 def finalize_work(
@@ -558,9 +553,26 @@ def finalize_campaign(
     final = open_final_studies(
         config, campaign.storage_url, specs, splits.fingerprint, heartbeat=False
     ).studies
-    assert splits.test is not None
+    result = _assemble(config, final, specs, splits, allow_incomplete=bool(incomplete), incomplete=incomplete)
+    result.evaluated_now = len(result.audit) - before
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+def _assemble(
+    config: CampaignConfig,
+    studies: dict[str, optuna.Study],
+    specs: dict[str, FinalPlanSpec],
+    splits: Splits,
+    *,
+    allow_incomplete: bool,
+    incomplete: dict[str, int],
+) -> FinalizeResult:
+    """The recorded per-seed results of ``specs``' rounds, summarised and compared."""
+    if splits.test is None:
+        raise MlRnnNamesError("finalize results need the test split; load the data with include_test=True")
     truth = splits.test.targets.tolist()
-    models, audit = collect_results(config, final, specs, truth, splits.labels)
+    models, audit = collect_results(config, studies, specs, truth, splits.labels)
     return FinalizeResult(
         campaign=config.name,
         models=models,
@@ -569,10 +581,10 @@ def finalize_campaign(
         labels=splits.labels,
         truth=truth,
         fingerprint=splits.fingerprint,
-        allow_incomplete=bool(incomplete),
+        allow_incomplete=allow_incomplete,
         incomplete=incomplete,
-        evaluated_now=len(audit) - before,
-        wall_time_s=time.perf_counter() - started,
+        evaluated_now=0,
+        wall_time_s=0.0,
     )
 
 
@@ -606,23 +618,15 @@ def load_finalized(campaign: Campaign) -> FinalizeResult:
             search_complete=int(t.user_attrs.get("search_complete_slots", config.n_trials)),
             allow_incomplete=bool(t.user_attrs.get("allow_incomplete", False)),
         )
-    assert splits.test is not None
-    truth = splits.test.targets.tolist()
-    models, audit = collect_results(config, probe, specs, truth, splits.labels)
     # what finalize ran with (recorded on its trials), not how complete the search is now
     incomplete = {m: s.search_complete for m, s in specs.items() if s.search_complete < config.n_trials}
-    return FinalizeResult(
-        campaign=config.name,
-        models=models,
-        comparisons=comparisons(config, models, truth),
-        audit=audit,
-        labels=splits.labels,
-        truth=truth,
-        fingerprint=splits.fingerprint,
+    return _assemble(
+        config,
+        probe,
+        specs,
+        splits,
         allow_incomplete=any(s.allow_incomplete for s in specs.values()),
         incomplete=incomplete,
-        evaluated_now=0,
-        wall_time_s=0.0,
     )
 
 

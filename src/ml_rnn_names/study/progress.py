@@ -32,9 +32,19 @@ class ProgressMonitor:
         if self.enabled:
             n = self.opened.config.n_trials
             width = max(len(m) for m in self.opened.studies)
-            for position, model in enumerate(self.opened.studies):
+            for position, (model, study) in enumerate(self.opened.studies.items()):
+                # initial: slots settled before this run do not count towards its rate; smoothing=0:
+                # trials last from seconds to minutes, so the ETA uses this run's average, not the
+                # last interval's (which made one finished trial look like one per second).
+                done = sum(v.settled for v in slot_mod.slot_views(study.get_trials(deepcopy=False), n))
                 self._bars[model] = tqdm(
-                    total=n, desc=f"{model:>{width}}", unit="trial", position=position, dynamic_ncols=True
+                    total=n,
+                    initial=done,
+                    desc=f"{model:>{width}}",
+                    unit="trial",
+                    position=position,
+                    dynamic_ncols=True,
+                    smoothing=0,
                 )
             self.refresh()
             self._thread.start()

@@ -486,15 +486,20 @@ def _check_file(opened: CampaignStudies, claim: Claim) -> None:
     )
 
 
-def load_search_data(config: CampaignConfig) -> Splits:
-    """Train and validation splits only (``include_test=False``): the search never holds test data."""
+def load_campaign_data(config: CampaignConfig, *, include_test: bool) -> Splits:
+    """The campaign's data and split, as its ``[data]`` table says."""
     return load_splits(
         config.data_dir,
         validation_split=config.validation_split,
         seed=config.split_seed,
         dedupe=config.dedupe,
-        include_test=False,
+        include_test=include_test,
     )
+
+
+def load_search_data(config: CampaignConfig) -> Splits:
+    """Train and validation splits only (``include_test=False``): the search never holds test data."""
+    return load_campaign_data(config, include_test=False)
 
 
 def campaign_has_running(opened: CampaignStudies) -> bool:
