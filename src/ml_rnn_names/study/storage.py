@@ -185,9 +185,12 @@ def open_storage(
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
 
     def create() -> optuna.storages.RDBStorage:
-        # RDBStorage creates missing tables on open; on PostgreSQL, processes doing that at once on a
-        # fresh database collide ("duplicate key … pg_type_typname_nsp_index"), so serialise it.
-        lock = campaign_lock(url, "<schema>") if url.startswith("postgresql") else contextlib.nullcontext()
+        # RDBStorage creates missing tables on open, and processes doing that at once on a fresh
+        # database collide: PostgreSQL "duplicate key … pg_type_typname_nsp_index", SQLite "table
+        # alembic_version already exists" or "UNIQUE constraint failed: alembic_version". Serialise it
+        # (on SQLite this is the campaign lock's file: never call this while holding that lock).
+        serialised = path is not None or url.startswith("postgresql")
+        lock = campaign_lock(url, "<schema>") if serialised else contextlib.nullcontext()
         with lock:
             return optuna.storages.RDBStorage(
                 url,
