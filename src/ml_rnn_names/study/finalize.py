@@ -31,7 +31,7 @@ from ml_rnn_names.study import runner, stats
 from ml_rnn_names.study.checkpoints import checkpoint_payload, save_checkpoint
 from ml_rnn_names.study.config import CampaignConfig
 from ml_rnn_names.study.objective import train_params
-from ml_rnn_names.study.space import params_from_trial
+from ml_rnn_names.study.space import params_from_trial, space_distributions
 from ml_rnn_names.study.storage import open_storage, with_retries
 from ml_rnn_names.training import predict_log_probs
 from ml_rnn_names.utils import set_threads
@@ -145,6 +145,7 @@ def _plan(config: CampaignConfig, spec: FinalPlanSpec) -> runner.SlotPlan:
         },
         first_slot=spec.round * n,
         errors_since=spec.started,
+        distributions=space_distributions(config.model(spec.model).params),
     )
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 import torch
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from ml_rnn_names import __version__
@@ -41,7 +42,7 @@ from ml_rnn_names.errors import MlRnnNamesError, NonFiniteLossError, StorageErro
 from ml_rnn_names.study import slots as slot_mod
 from ml_rnn_names.study.config import CampaignConfig
 from ml_rnn_names.study.objective import EpochProgress, run_trial
-from ml_rnn_names.study.space import slot_params
+from ml_rnn_names.study.space import slot_params, space_distributions
 from ml_rnn_names.study.storage import (
     campaign_lock,
     check_sqlite_file_unchanged,
@@ -130,6 +131,10 @@ class SlotPlan:
     attrs: Callable[[int], dict[str, Any]] = lambda slot: {}
     first_slot: int = 0  # slots below are history (earlier finalize rounds): never re-run
     errors_since: datetime | None = None  # see SlotView.errors_since
+    #: The distribution of every param, so a slot's trial is stored with its params already set: the
+    #: objective's ``suggest_*`` calls then read them instead of writing one row each (5 writes, about a
+    #: fifth of a trial's storage time).
+    distributions: dict[str, BaseDistribution] = field(default_factory=dict)
 
     def views(self, trials: list[FrozenTrial]) -> list[slot_mod.SlotView]:
         return slot_mod.slot_views(trials, self.n_slots, errors_since=self.errors_since)[self.first_slot :]
@@ -141,6 +146,7 @@ def search_plan(config: CampaignConfig, model: str) -> SlotPlan:
         n_slots=config.n_trials,
         params=lambda slot: slot_params(space, config.sampler_seed, slot),
         seed=lambda slot: config.base_seed + slot,
+        distributions=space_distributions(space),
     )
 
 
@@ -272,11 +278,25 @@ def sweep(opened: CampaignStudies, model: str) -> int:
             "attempt": view.next_attempt,
             **plan.attrs(view.slot),
         }
-        with_retries(lambda p=params, a=attrs: study.enqueue_trial(p, user_attrs=a), what="enqueue trial")
+        with_retries(lambda p=params, a=attrs: _enqueue(study, plan, p, a), what="enqueue trial")
         added += 1
     if added:
         log.info("%s: enqueued %d slot(s)", study.study_name, added)
     return added
+
+
+def _enqueue(study: optuna.Study, plan: SlotPlan, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """One WAITING trial with the slot's params (and their distributions) and attributes, in one write."""
+    if set(params) <= set(plan.distributions):
+        trial = optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=params,
+            distributions={name: plan.distributions[name] for name in params},
+            user_attrs=attrs,
+        )
+        study.add_trial(trial)
+    else:  # a param without a known distribution: Optuna's fixed-params queue still pins its value
+        study.enqueue_trial(params, user_attrs=attrs)
 
 
 @dataclass

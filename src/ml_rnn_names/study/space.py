@@ -40,6 +40,11 @@ def distribution(spec: ParamSpec) -> BaseDistribution:
     return FloatDistribution(float(spec.low), float(spec.high), log=spec.log, step=spec.step)  # type: ignore[arg-type]
 
 
+def space_distributions(space: Iterable[ParamSpec]) -> dict[str, BaseDistribution]:
+    """Every param's distribution, by name."""
+    return {spec.name: distribution(spec) for spec in space}
+
+
 def _stream_seed(sampler_seed: int, slot: int, name: str) -> int:
     entropy = [sampler_seed & 0xFFFFFFFF, slot, zlib.crc32(name.encode())]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
