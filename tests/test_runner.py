@@ -356,3 +356,18 @@ def test_status_reports_counts_and_the_best_trial(reference: Reference) -> None:
         assert row.best_value == min(values.values())
         assert values[row.best_slot] == row.best_value
         assert best[model].value == row.best_value and best[model].params == row.best_params
+
+
+def test_queued_slots_already_carry_their_params(tmp_path: Path, tiny_data_dir: Path) -> None:
+    """A slot's WAITING trial is stored with its params and distributions, so the dashboard shows
+    what is queued and the objective's suggest_* calls read them instead of writing a row each."""
+    toml = write_campaign(tmp_path, data_dir=str(tiny_data_dir), n_trials=3)
+    campaign = Campaign.from_toml(toml)
+    opened = campaign.open()  # creates the studies and queues every slot; nothing runs
+    for model, study in opened.studies.items():
+        space = campaign.config.model(model).params
+        waiting = sorted(study.get_trials(states=(TrialState.WAITING,)), key=lambda t: t.user_attrs["slot"])
+        assert [t.user_attrs["slot"] for t in waiting] == [0, 1, 2]
+        for trial in waiting:
+            assert trial.params == slot_params(space, campaign.config.sampler_seed, trial.user_attrs["slot"])
+            assert set(trial.distributions) == {spec.name for spec in space}
