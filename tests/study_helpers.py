@@ -135,23 +135,27 @@ def load_trials(url: str, study_name: str) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=True), key=lambda t: t.number)
 
 
+def trial_record(trial: FrozenTrial) -> tuple[Any, ...]:
+    """A trial as comparable data: what "unchanged" means for a stored trial."""
+    return (
+        trial.number,
+        trial.state.name,
+        json.dumps(trial.params, sort_keys=True),
+        trial.value,
+        json.dumps(trial.user_attrs, sort_keys=True, default=str),
+        json.dumps(sorted(trial.intermediate_values.items())),
+        str(trial.datetime_start),
+        str(trial.datetime_complete),
+    )
+
+
 def snapshot(url: str, study_names: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:
     """What a study holds, comparable with ``==``: to prove a refused reopen changed nothing."""
     out = {}
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=url)
         out[name] = [
-            (
-                t.number,
-                t.state.name,
-                json.dumps(t.params, sort_keys=True),
-                t.value,
-                json.dumps(t.user_attrs, sort_keys=True, default=str),
-                json.dumps(sorted(t.intermediate_values.items())),
-                str(t.datetime_start),
-                str(t.datetime_complete),
-            )
-            for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+            trial_record(t) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         ] + [("study", json.dumps(study.user_attrs, sort_keys=True, default=str))]
     return out
 

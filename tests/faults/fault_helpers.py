@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study_helpers import CLI, complete_by_slot, load_trials, write_campaign
+from study_helpers import CLI, complete_by_slot, load_trials, trial_record, write_campaign
 
 HERE = Path(__file__).resolve().parent
 PAUSE_CLI = HERE / "pause_cli.py"
@@ -116,20 +116,6 @@ def tail(log: Path, n: int = 4000) -> str:
 
 
 # ------------------------------------------------------------------------------ reading the storage
-
-
-def trial_record(trial: FrozenTrial) -> tuple[Any, ...]:
-    """A trial as comparable data: what "unchanged" means for a trial stored before a fault."""
-    return (
-        trial.number,
-        trial.state.name,
-        json.dumps(trial.params, sort_keys=True),
-        trial.value,
-        json.dumps(trial.user_attrs, sort_keys=True, default=str),
-        json.dumps(sorted(trial.intermediate_values.items())),
-        str(trial.datetime_start),
-        str(trial.datetime_complete),
-    )
 
 
 def study_names(url: str) -> list[str]:
